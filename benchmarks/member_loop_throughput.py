@@ -29,23 +29,46 @@ from orchestrator.training.schedules import SchedulePlan
 
 def build(spec, info):
     torch.manual_seed(0)
-    model = create_model(spec.model, in_channels=info.channels, image_size=info.image_size,
-                         num_classes=info.num_classes).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=0.9, nesterov=True,
-                          weight_decay=spec.train.weight_decay)
+    model = create_model(
+        spec.model,
+        in_channels=info.channels,
+        image_size=info.image_size,
+        num_classes=info.num_classes,
+    ).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=spec.train.lr,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=spec.train.weight_decay,
+    )
     return model, opt
 
 
 def member_epoch(spec, data, epoch) -> float:
     model, opt = build(spec, data.info)
-    batches = BatchLoader(data.train, data.info, spec.train.batch_size, shuffle=True,
-                          augment=True, seed=0, channels_last=True, drop_last=True)
+    batches = BatchLoader(
+        data.train,
+        data.info,
+        spec.train.batch_size,
+        shuffle=True,
+        augment=True,
+        seed=0,
+        channels_last=True,
+        drop_last=True,
+    )
     batches.set_epoch(epoch)
     sched = SchedulePlan.from_spec(spec, len(batches)).scheduler(opt)
     polyak = Polyak(model, spec.polyak)
     start = time.perf_counter()
-    train_one_epoch(model, batches, opt, sched, Precision("cpu", None),
-                    after_step=lambda: polyak.after_step(model, 0))
+    train_one_epoch(
+        model,
+        batches,
+        opt,
+        sched,
+        Precision("cpu", None),
+        after_step=lambda: polyak.after_step(model, 0),
+    )
     return len(batches) * spec.train.batch_size / (time.perf_counter() - start)
 
 
@@ -73,8 +96,16 @@ def main() -> None:
     spec = config.load(args.study, [f"data.subset={args.images}", *args.overrides])
     data = load_data(spec.data)
     # The minimal loop's batches: the same images, normalised once, no augmentation.
-    plain = BatchLoader(data.train, data.info, spec.train.batch_size, shuffle=True,
-                        augment=False, seed=0, channels_last=True, drop_last=True)
+    plain = BatchLoader(
+        data.train,
+        data.info,
+        spec.train.batch_size,
+        shuffle=True,
+        augment=False,
+        seed=0,
+        channels_last=True,
+        drop_last=True,
+    )
     tensors = list(plain)
     member, minimal = [], []
     member_epoch(spec, data, 0)  # warm-up: allocator, kernels

@@ -64,7 +64,9 @@ def train_member_cmd(
     study: StudyArg,
     set_: SetOpt = None,
     member: Annotated[int, typer.Option(help="member index (picks its seed)")] = 0,
-    output: Annotated[Path | None, typer.Option(help="member dir (default runs/<study>/member-<k>)")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="member dir (default runs/<study>/member-<k>)")
+    ] = None,
 ) -> None:
     """Train one member in this process (no Ray) and print its snapshot/Polyak report.
 
@@ -87,6 +89,84 @@ def train_member_cmd(
     except DataNotFoundError as exc:
         fail(str(exc))
     console.print(member_report_table(member_dir))
+
+
+@app.command()
+def run(
+    study: StudyArg,
+    set_: SetOpt = None,
+    output: Annotated[Path | None, typer.Option(help="study dir (default runs/<study>)")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster (HOST:6379, ray://HOST:10001); default: RAY_ADDRESS or a local Ray"
+        ),
+    ] = None,
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="shrink the study to a quick check")
+    ] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="start a new run; earlier runs are kept")
+    ] = False,
+) -> None:
+    """Run a whole study: Tune trials (search x seeds), each member trained by Ray Train."""
+    spec = load_spec(study, set_)
+    if smoke:
+        spec = config.smoke(spec)
+    from orchestrator.cli_views import study_summary
+    from orchestrator.cluster import launch
+
+    try:
+        outcome = launch.run_study(
+            spec, output=output, address=address, fresh=fresh, console=console
+        )
+    except (config.SpecError, launch.StudyInputError) as exc:
+        fail(str(exc))
+    study_summary(console, outcome)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def submit(
+    study: StudyArg,
+    address: Annotated[str, typer.Option(help="Ray dashboard, e.g. http://HEAD:8265")],
+    set_: SetOpt = None,
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="shrink the study to a quick check")
+    ] = False,
+    output: Annotated[
+        str | None, typer.Option(help="study dir on the cluster (default runs/<study>)")
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="print the job id and return")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="RAY_AUTH_TOKEN", help="Ray auth token (default: ~/.ray/auth_token)"),
+    ] = None,
+) -> None:
+    """Submit a study as a Ray job; follow its logs and exit with its status."""
+    spec = load_spec(study, set_)
+    if smoke:
+        spec = config.smoke(spec)
+    from orchestrator.cluster.submit import SubmitError, submit_study
+
+    try:
+        job_id, status = submit_study(
+            spec,
+            address,
+            output=output,
+            wait=not no_wait,
+            token=token,
+            echo=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True),
+        )
+    except SubmitError as exc:
+        fail(str(exc))
+    if status is None:
+        console.print(job_id)
+        return
+    console.print(f"job {job_id}: {status}")
+    if status != "SUCCEEDED":
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

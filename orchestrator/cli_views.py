@@ -15,7 +15,9 @@ from orchestrator.ensemble.metrics import accuracy, nll
 def models_table(dataset: str, channels: int, image_size: int, num_classes: int) -> Table:
     from orchestrator.models import list_models
 
-    table = Table(title=f"models for {dataset} ({channels}x{image_size}x{image_size}, {num_classes} classes)")
+    table = Table(
+        title=f"models for {dataset} ({channels}x{image_size}x{image_size}, {num_classes} classes)"
+    )
     table.add_column("model")
     table.add_column("parameters", justify="right")
     table.add_column("M", justify="right")
@@ -41,7 +43,7 @@ def epoch_printer(console: Console):
             parts.append(f"polyak val {metrics['polyak_val_acc']:.4f}")
         if "snapshot" in metrics:
             parts.append(f"[green]snapshot {int(metrics['snapshot'])}[/]")
-        console.print("  ".join(parts), highlight=False)
+        console.print("  ".join(parts), highlight=False, soft_wrap=True)
 
     return echo
 
@@ -58,13 +60,17 @@ def member_report_table(member_dir: Path) -> Table:
     for snap in snapshots:
         m = snap.metrics
         table.add_row(
-            f"snapshot {snap.index}", str(m["epoch"]), f"{m['val_acc']:.4f}",
-            f"{m['test_acc']:.4f}", f"{m['test_nll']:.4f}",
+            f"snapshot {snap.index}",
+            str(m["epoch"]),
+            f"{m['val_acc']:.4f}",
+            f"{m['test_acc']:.4f}",
+            f"{m['test_nll']:.4f}",
         )
     if len(snapshots) > 1:
         ens = {s: mean_softmax(snap.logits(s) for snap in snapshots) for s in ("val", "test")}
         table.add_row(
-            f"[bold]snapshot ensemble ({len(snapshots)})[/]", "",
+            f"[bold]snapshot ensemble ({len(snapshots)})[/]",
+            "",
             f"{accuracy(ens['val'], labels['val']):.4f}",
             f"[bold]{accuracy(ens['test'], labels['test']):.4f}[/]",
             f"{nll(ens['test'], labels['test']):.4f}",
@@ -72,7 +78,27 @@ def member_report_table(member_dir: Path) -> Table:
     if polyak is not None:
         m = polyak.metrics
         table.add_row(
-            "[bold]polyak weights[/]", str(m["epoch"]), f"{m['val_acc']:.4f}",
-            f"[bold]{m['test_acc']:.4f}[/]", f"{m['test_nll']:.4f}",
+            "[bold]polyak weights[/]",
+            str(m["epoch"]),
+            f"{m['val_acc']:.4f}",
+            f"[bold]{m['test_acc']:.4f}[/]",
+            f"{m['test_nll']:.4f}",
         )
     return table
+
+
+def study_summary(console: Console, outcome) -> None:
+    """One line per member: status, accuracies, and where its snapshots live."""
+    console.print(f"\n[bold]{outcome.spec.name}[/] ({outcome.paths.run}) -> {outcome.paths.output}")
+    for member in outcome.members:
+        t = member.trial
+        line = f"  {t.key} seed={t.seed} ({member.status})"
+        if member.summary:
+            m = member.summary.get("metrics", {})
+            for name in ("val_acc", "snapshot_test_acc", "polyak_test_acc"):
+                if name in m:
+                    line += f" {name}={m[name]:.4f}"
+            line += f" -> {member.summary.get('path')}"
+        if member.error:
+            line += f" [red]{member.error}[/]"
+        console.print(line, highlight=False, soft_wrap=True)

@@ -50,7 +50,9 @@ class DataSpec(_Section):
     subset: int | None = Field(None, gt=0, description="training images to use (quick runs)")
     eval_subset: int | None = Field(None, gt=0, description="validation and test images each")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    split_seed: int = Field(0, ge=0, description="seed of the train/val split shared by all members")
+    split_seed: int = Field(
+        0, ge=0, description="seed of the train/val split shared by all members"
+    )
     augment: bool = True
     download: bool = True
     image_size: int | None = Field(None, gt=0, description="imagefolder/synthetic image side")
@@ -69,7 +71,9 @@ class InitSpec(_Section):
         description="checkpoint file, snapshot dir, or 'torchvision:<Weights>.<NAME>'"
     )
     train: Literal["finetune", "linear_probe", "freeze_stages"] = "finetune"
-    freeze_stages: int = Field(0, ge=0, description="with train=freeze_stages: stem + first K stages")
+    freeze_stages: int = Field(
+        0, ge=0, description="with train=freeze_stages: stem + first K stages"
+    )
 
 
 class ModelSpec(_Section):
@@ -92,7 +96,7 @@ class ModelSpec(_Section):
 class TrainSpec(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_batch_size: int = Field(256, ge=1, description="256 is faster than larger batches on CPU")
     lr: float = Field(0.1, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
@@ -223,13 +227,17 @@ class ResourcesSpec(_Section):
 
 
 class TrackingSpec(_Section):
-    uri: str | None = Field(None, description="MLflow tracking URI (default: SQLite in the output dir)")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (default: SQLite in the output dir)"
+    )
     experiment: str | None = Field(None, description="default: the study name")
     log_models: bool = Field(True, description="log each snapshot as an MLflow LoggedModel")
 
 
 class StorageSpec(_Section):
-    path: str | None = Field(None, description="Ray storage (local dir or s3://); default: output dir")
+    path: str | None = Field(
+        None, description="Ray storage (local dir or s3://); default: output dir"
+    )
 
 
 class StudySpec(_Section):
@@ -372,7 +380,9 @@ def apply_overrides(tree: dict[str, Any], overrides: Iterable[str | tuple[str, A
         key, value = parse_override(item) if isinstance(item, str) else item
         if key.startswith("search.space."):
             # search.space keys themselves contain dots: 'search.space.model.depth=[20, 32]'.
-            tree.setdefault("search", {}).setdefault("space", {})[key[len("search.space.") :]] = value
+            tree.setdefault("search", {}).setdefault("space", {})[key[len("search.space.") :]] = (
+                value
+            )
         else:
             set_dotted(tree, key, value)
     return tree
@@ -440,3 +450,38 @@ def _allowed_keys(loc: tuple) -> list[str]:
             break
         model = nested
     return sorted(model.model_fields)
+
+
+# Smoke mode -------------------------------------------------------------------------------
+SMOKE_TRAIN_IMAGES = 512
+SMOKE_EVAL_IMAGES = 256
+
+
+def smoke(spec: StudySpec) -> StudySpec:
+    """A quick check of any study: tiny subset, 2 members, 2 snapshots each, 1 epoch per cycle.
+
+    Search dimensions keep only their first value (or a single sample), so the study still
+    exercises every code path (Tune, Train, snapshots, Polyak, tracking) in a few minutes.
+    """
+    tree = spec.to_dict()
+    tree["name"] = spec.name if spec.name.endswith("-smoke") else f"{spec.name}-smoke"
+    data = tree["data"]
+    data["subset"] = min(data.get("subset") or SMOKE_TRAIN_IMAGES, SMOKE_TRAIN_IMAGES)
+    data["eval_subset"] = min(data.get("eval_subset") or SMOKE_EVAL_IMAGES, SMOKE_EVAL_IMAGES)
+    data["synthetic_size"] = min(data["synthetic_size"], SMOKE_TRAIN_IMAGES)
+    tree["train"].update(epochs=2, batch_size=min(tree["train"]["batch_size"], 64))
+    tree["schedule"].update(
+        kind="cyclic", cycles=2, warmup_epochs=0, swa_epochs=0, snapshot_every=None
+    )
+    if tree["polyak"]["kind"] != "none":
+        tree["polyak"]["start_epoch"] = 0
+    seeds = spec.seeds()[:2] if len(spec.seeds()) >= 2 else [spec.seeds()[0], spec.seeds()[0] + 1]
+    tree["members"] = {"count": None, "seeds": seeds}
+    search = tree["search"]
+    search["space"] = {
+        key: values[:1] if isinstance(values, list) else values
+        for key, values in search["space"].items()
+    }
+    search["num_samples"] = 1
+    search["scheduler"]["kind"] = "none"
+    return from_dict(tree, f"{spec.name} --smoke")

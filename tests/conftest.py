@@ -17,8 +17,15 @@ def synthetic_tree(**sections) -> dict:
     """A study dict for the synthetic data set and the tiny model; sections override keys."""
     tree = {
         "name": "synthetic-test",
-        "data": {"name": "synthetic", "synthetic_size": 1024, "eval_subset": 128, "image_size": 12,
-                 "num_classes": 4, "channels": 1, "val_fraction": 0.2},
+        "data": {
+            "name": "synthetic",
+            "synthetic_size": 1024,
+            "eval_subset": 128,
+            "image_size": 12,
+            "num_classes": 4,
+            "channels": 1,
+            "val_fraction": 0.2,
+        },
         "model": {"name": "tiny"},
         "train": {"epochs": 4, "batch_size": 32, "eval_batch_size": 256, "lr": 0.1, "threads": 1},
         "schedule": {"kind": "cyclic", "cycles": 2},

@@ -51,4 +51,3 @@ def majority_vote(logits: Iterable[np.ndarray]) -> np.ndarray:
     if count == 0:
         raise ValueError("majority_vote needs at least one set of logits")
     return votes / count
-

@@ -28,13 +28,15 @@ class ExponentialMovingAverage(AveragedModel):
     """
 
     def __init__(self, model: nn.Module, decay: float, device: torch.device | None = None):
-        super().__init__(model, device=device, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+        super().__init__(
+            model, device=device, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False
+        )
 
 
 class StochasticWeightAverage(AveragedModel):
     """Equal running average of the weights (SWA), updated once per epoch from a start epoch.
 
-        swa_n = swa_{n-1} + (theta_n - swa_{n-1}) / n
+    swa_n = swa_{n-1} + (theta_n - swa_{n-1}) / n
     """
 
     def __init__(self, model: nn.Module, device: torch.device | None = None):

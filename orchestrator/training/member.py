@@ -96,7 +96,10 @@ def train_member(
     info = data.info
     torch.manual_seed(seed)
     model = create_model(
-        spec.model, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
+        spec.model,
+        in_channels=info.channels,
+        image_size=info.image_size,
+        num_classes=info.num_classes,
     )
     trainable = list(model.parameters())
     if spec.model.init is not None:
@@ -241,7 +244,9 @@ def train_member(
             snap = snapshot_of(model, "snapshot", index, done, resume)
             sink.save_snapshot(snap)
             snapshots.append({"index": index, "epoch": done, **snap.metrics})
-            metrics |= {"snapshot": index}
+            metrics |= {"snapshot": index, "snapshot_test_acc": snap.metrics["test_acc"]}
+            if polyak_metrics is not None:
+                metrics |= {"polyak_test_acc": polyak_metrics["test_acc"]}
         sink.log_epoch(done, metrics)
 
     summary = {
@@ -280,4 +285,3 @@ def _check_resume(state: dict[str, Any], seed: int, fingerprint: str, member: in
             f"member {member}: the stored snapshot cannot be resumed ({'; '.join(problems)}); "
             "use a fresh output directory"
         )
-

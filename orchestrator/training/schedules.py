@@ -78,7 +78,9 @@ class SchedulePlan:
             passed = sum(t >= m * main for m in self.milestones)
             return self.base_lr * self.gamma**passed
         if self.kind == "cosine":
-            return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t / main))
+            return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (
+                1 + math.cos(math.pi * t / main)
+            )
         cycle_len = main // self.cycles
         pos = t % cycle_len
         # pos = cycle_len - 1 is the last step of a cycle: lr is near min_lr there.
@@ -89,7 +91,9 @@ class SchedulePlan:
         for group in optimizer.param_groups:
             group["lr"] = self.base_lr
             group.setdefault("initial_lr", self.base_lr)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.lr(step) / self.base_lr)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: self.lr(step) / self.base_lr
+        )
 
     # Snapshots ------------------------------------------------------------------------
     def snapshot_epochs(self) -> list[int]:

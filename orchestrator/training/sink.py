@@ -190,7 +190,9 @@ class StoredSnapshot:
         return np.load(self.path / f"logits_{split}.npy")
 
 
-def read_member_dir(member_dir: str | Path) -> tuple[dict[str, Any], list[StoredSnapshot], StoredSnapshot | None]:
+def read_member_dir(
+    member_dir: str | Path,
+) -> tuple[dict[str, Any], list[StoredSnapshot], StoredSnapshot | None]:
     """(member.json, snapshots in index order, polyak or None) of a DirectorySink folder."""
     member_dir = Path(member_dir)
     meta_file = member_dir / "member.json"
@@ -202,8 +204,39 @@ def read_member_dir(member_dir: str | Path) -> tuple[dict[str, Any], list[Stored
         return StoredSnapshot(kind, index, path, json.loads((path / "metrics.json").read_text()))
 
     root = member_dir / SNAPSHOTS_DIR
-    indices = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    indices = (
+        sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    )
     snapshots = [stored("snapshot", k, root / str(k)) for k in indices]
     polyak_dir = member_dir / POLYAK_DIR
     polyak = stored("polyak", 0, polyak_dir) if (polyak_dir / "metrics.json").is_file() else None
     return meta, snapshots, polyak
+
+
+class FanoutSink:
+    """Several sinks as one: every event goes to each; resume state comes from the first."""
+
+    def __init__(self, sinks: list[MemberSink]):
+        if not sinks:
+            raise ValueError("FanoutSink needs at least one sink")
+        self.sinks = sinks
+
+    def begin(self, info: MemberInfo) -> None:
+        for sink in self.sinks:
+            sink.begin(info)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        # Storage-like sinks last: a Ray report is a barrier and may hand over a checkpoint.
+        for sink in reversed(self.sinks):
+            sink.log_epoch(epoch, metrics)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        for sink in self.sinks:
+            sink.save_snapshot(snapshot)
+
+    def load_latest(self) -> dict[str, Any] | None:
+        return self.sinks[0].load_latest()
+
+    def end(self, summary: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.end(summary)

@@ -13,7 +13,10 @@ from tests.conftest import ROOT, requires_fashion_mnist
 def ensemble(*args, timeout=120):
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
 
 
@@ -40,7 +43,13 @@ def test_train_member_rejects_bad_input_fast(demo_study, override, words):
 def test_models_lists_the_papers_parameter_counts():
     result = ensemble("models", "--dataset", "cifar10")
     assert result.returncode == 0, result.stderr
-    paper = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7}
+    paper = {
+        "resnet20": 0.27,
+        "resnet32": 0.46,
+        "resnet44": 0.66,
+        "resnet56": 0.85,
+        "resnet110": 1.7,
+    }
     for name, millions in paper.items():
         row = re.search(rf"{name}\s.*?([\d,]+)\s", result.stdout)
         assert row, f"{name} missing from:\n{result.stdout}"
@@ -65,9 +74,22 @@ def test_validate_prints_the_resolved_spec(demo_study):
 @requires_fashion_mnist
 def test_train_member_prints_snapshot_and_polyak_report(demo_study, tmp_path):
     result = ensemble(
-        "train-member", demo_study, "--output", tmp_path / "m",
-        "--set", "data.subset=1500", "--set", "data.eval_subset=1000", "--set", "train.epochs=2",
-        "--set", "schedule.cycles=2", "--set", "model.width=0.5", "--set", "polyak.decay=0.9",
+        "train-member",
+        demo_study,
+        "--output",
+        tmp_path / "m",
+        "--set",
+        "data.subset=1500",
+        "--set",
+        "data.eval_subset=1000",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "schedule.cycles=2",
+        "--set",
+        "model.width=0.5",
+        "--set",
+        "polyak.decay=0.9",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr

@@ -14,12 +14,23 @@ from tests.conftest import ROOT, synthetic_tree
 
 @pytest.mark.slow
 def test_killed_member_resumes_from_its_last_snapshot(tmp_path):
-    tree = synthetic_tree(train={"epochs": 12}, schedule={"kind": "cyclic", "cycles": 6},
-                          data={"synthetic_size": 2048})
+    tree = synthetic_tree(
+        train={"epochs": 12},
+        schedule={"kind": "cyclic", "cycles": 6},
+        data={"synthetic_size": 2048},
+    )
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(tree))
     out = tmp_path / "member"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "train-member", str(study), "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "train-member",
+        str(study),
+        "--output",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     first = out / "snapshots/0/checkpoint.pt"
@@ -35,5 +46,7 @@ def test_killed_member_resumes_from_its_last_snapshot(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_epoch"] == 2 * len(done)
-    assert sorted(int(p.name) for p in (out / "snapshots").iterdir() if p.name.isdigit()) == list(range(6))
+    assert sorted(int(p.name) for p in (out / "snapshots").iterdir() if p.name.isdigit()) == list(
+        range(6)
+    )
     assert (out / "polyak/logits_test.npy").is_file()

@@ -38,15 +38,24 @@ def test_every_issue_field_name_is_accepted(tmp_path):
 
 def test_dotted_overrides_are_parsed_as_yaml(tmp_path):
     path = write(tmp_path, {"name": "x"})
-    spec = config.load(path, ["model.depth=56", "train.lr=0.01", "members.seeds=[1, 2]",
-                              "search.space.model.depth=[20, 32]"])
+    spec = config.load(
+        path,
+        [
+            "model.depth=56",
+            "train.lr=0.01",
+            "members.seeds=[1, 2]",
+            "search.space.model.depth=[20, 32]",
+        ],
+    )
     assert spec.model.depth == 56 and spec.train.lr == 0.01
     assert spec.seeds() == [1, 2]
     assert spec.search.space == {"model.depth": [20, 32]}
 
 
 def test_resolved_spec_round_trips_through_yaml(tmp_path):
-    spec = config.load(write(tmp_path, {"name": "round", "model": {"depth": 32}}), ["train.epochs=4"])
+    spec = config.load(
+        write(tmp_path, {"name": "round", "model": {"depth": 32}}), ["train.epochs=4"]
+    )
     again = config.load(write(tmp_path, yaml.safe_load(config.dump_yaml(spec))))
     assert again == spec
 
@@ -92,14 +101,23 @@ def test_unknown_search_dimension_is_rejected_before_training():
 def test_ranges_need_a_sampling_algorithm():
     with pytest.raises(SpecError, match="random or optuna"):
         config.from_dict({"search": {"space": {"train.lr": {"low": 0.01, "high": 0.1}}}})
-    spec = config.from_dict({"search": {"algorithm": "random", "space": {"train.lr": {"low": 0.01, "high": 0.1, "log": True}}}})
+    spec = config.from_dict(
+        {
+            "search": {
+                "algorithm": "random",
+                "space": {"train.lr": {"low": 0.01, "high": 0.1, "log": True}},
+            }
+        }
+    )
     assert spec.search.space["train.lr"].log
 
 
 def test_with_values_applies_a_trials_config():
     spec = config.from_dict({"name": "s"})
-    trial = config.with_values(spec, {"model.depth": 32, "schedule.cycles": 2, "train.epochs": 4,
-                                      "schedule.kind": "cyclic"})
+    trial = config.with_values(
+        spec,
+        {"model.depth": 32, "schedule.cycles": 2, "train.epochs": 4, "schedule.kind": "cyclic"},
+    )
     assert trial.model.depth == 32 and trial.schedule.cycles == 2
     with pytest.raises(SpecError, match="model.depth"):
         config.with_values(spec, {"model.depth": 33})

@@ -37,7 +37,9 @@ def test_member_stores_every_snapshot_and_polyak_weights(synthetic_spec, tmp_pat
         assert logits.shape == (len(labels_test), 4) and logits.dtype == np.float32
         # The synthetic set is learnable: well above the 25% of chance.
         assert snap.metrics["test_acc"] > 0.6
-        assert snap.metrics["test_acc"] == pytest.approx(float((logits.argmax(1) == labels_test).mean()))
+        assert snap.metrics["test_acc"] == pytest.approx(
+            float((logits.argmax(1) == labels_test).mean())
+        )
     assert (snapshots[0].path / "checkpoint.pt").is_file()
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
@@ -82,8 +84,11 @@ def test_resume_refuses_a_different_seed(synthetic_spec, tmp_path):
 
 
 def test_swa_and_step_schedules_train(make_spec, tmp_path):
-    spec = make_spec(schedule={"kind": "step", "snapshot_every": 2, "swa_epochs": 1, "swa_lr": 0.01},
-                     polyak={"kind": "swa", "start_epoch": 2}, train={"epochs": 5})
+    spec = make_spec(
+        schedule={"kind": "step", "snapshot_every": 2, "swa_epochs": 1, "swa_lr": 0.01},
+        polyak={"kind": "swa", "start_epoch": 2},
+        train={"epochs": 5},
+    )
     result = train_member(spec, DirectorySink(tmp_path))
     assert [s["epoch"] for s in result.snapshots] == [2, 4, 5]
     assert result.polyak["test_acc"] > 0.6

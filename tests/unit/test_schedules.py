@@ -41,7 +41,9 @@ def test_step_decays_at_milestones(make_spec):
 
 
 def test_warmup_and_swa_tail(make_spec):
-    p = plan(make_spec, kind="cyclic", cycles=2, warmup_epochs=1, swa_epochs=1, swa_lr=0.03, epochs=6)
+    p = plan(
+        make_spec, kind="cyclic", cycles=2, warmup_epochs=1, swa_epochs=1, swa_lr=0.03, epochs=6
+    )
     assert p.lr(0) < p.lr(9) == pytest.approx(0.1)  # linear warmup over the first epoch
     assert p.lr(10) == pytest.approx(0.1)  # first cycle starts after warmup
     assert p.lr(55) == pytest.approx(0.03)  # constant tail
