@@ -102,3 +102,18 @@ def study_summary(console: Console, outcome) -> None:
         if member.error:
             line += f" [red]{member.error}[/]"
         console.print(line, highlight=False, soft_wrap=True)
+
+
+def tracking_summary(console: Console, outcome) -> None:
+    """Where the study's MLflow runs are, and how to browse them."""
+    tracking = getattr(outcome, "tracking", None)
+    if not tracking:
+        return
+    uri = tracking["uri"]
+    browse = f"ensemble ui {outcome.paths.output}" if uri.startswith("sqlite:") else f"open {uri}"
+    console.print(
+        f"  MLflow: experiment {tracking['experiment_id']}, study run "
+        f"{tracking['study_run_id']} -> {browse}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -9,6 +9,12 @@ Output dir (default runs/<study>/):
     study.json          the study's runs (run-001, run-002 with --fresh) and which is current
     ray/<run>/members/<trial key>/snapshot_<k>/   Ray Train checkpoints = snapshots
     ray/<run>/tune-<n>/ Tune's experiment state of each invocation
+    mlflow.db, mlartifacts/  the embedded MLflow store, unless tracking.uri names a server
+
+Tracking: `tracking_factory(spec, paths, trials, nodes=N)` (tracking.study.start_study) runs
+after the cluster is known and before any trial: it fails the study early (unreachable
+server, SQLite on a multi-node cluster) and returns the ids every trial gets as
+config["tracking"]. The study run is closed by tracking.study.finish_study at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from orchestrator import config as config_mod
 from orchestrator.cluster.storage import is_remote, join
 from orchestrator.cluster.trials import Trial, expand_trials
 from orchestrator.config import StudySpec
+from orchestrator.tracking.errors import TrackingError
 
 STATE_FILE = "study.json"
 
@@ -59,6 +66,7 @@ class StudyOutcome:
     spec: StudySpec
     paths: StudyPaths
     members: list[MemberOutcome] = field(default_factory=list)
+    tracking: dict[str, Any] | None = None  # what trials got as config["tracking"]
 
     @property
     def ok(self) -> bool:
@@ -116,17 +124,9 @@ def run_study(
 ) -> StudyOutcome:
     console = console or Console()
     import ray
-    from ray import tune
 
-    from orchestrator.cluster.driver import member_driver, read_complete, trial_of
-    from orchestrator.cluster.progress import MemberRow, StudyProgress
-    from orchestrator.cluster.resources import (
-        DRIVER_RESOURCES,
-        ClusterShape,
-        ResourceError,
-        plan_members,
-    )
-    from orchestrator.cluster.search import build_search
+    from orchestrator.cluster.driver import read_complete
+    from orchestrator.cluster.resources import ClusterShape, ResourceError, plan_members
     from orchestrator.cluster.session import ClusterUnreachableError, connect
 
     try:
@@ -151,15 +151,41 @@ def run_study(
         else:
             remaining.append(trial)
 
-    tracking = tracking_factory(spec, paths, trials) if tracking_factory else None
+    try:
+        tracking = (
+            tracking_factory(spec, paths, trials, nodes=_alive_nodes(ray.nodes()))
+            if tracking_factory
+            else None
+        )
+    except TrackingError as exc:
+        raise StudyInputError(str(exc)) from None
+    outcome.tracking = tracking
     console.print(
         f"study [bold]{spec.name}[/] on {where}: {len(trials)} members "
         f"({len(outcome.members)} finished earlier), up to {plan.max_concurrent} at once, "
         f"{plan.cpus:g} CPU / {plan.gpus:g} GPU each -> {paths.label}",
         highlight=False,
     )
-    if not remaining and spec.search.algorithm != "optuna":
-        return outcome
+    try:
+        if remaining or spec.search.algorithm == "optuna":
+            _fit(spec, paths, remaining, plan, tracking, outcome, console)
+    except BaseException as exc:
+        # Interrupted (Ctrl-C) or crashed: the study run must not stay RUNNING forever.
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        _finish_tracking(tracking, outcome, console, status)
+        raise
+    _finish_tracking(tracking, outcome, console)
+    return outcome
+
+
+def _fit(spec, paths, remaining, plan, tracking, outcome: StudyOutcome, console) -> None:
+    """Run the remaining trials with Tune and record each member's outcome."""
+    from ray import tune
+
+    from orchestrator.cluster.driver import member_driver, read_complete, trial_of
+    from orchestrator.cluster.progress import MemberRow, StudyProgress
+    from orchestrator.cluster.resources import DRIVER_RESOURCES
+    from orchestrator.cluster.search import build_search
 
     # The compact progress view replaces Tune's own tables.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -206,7 +232,30 @@ def run_study(
         else:
             outcome.members.append(MemberOutcome(trial, "stopped"))
     outcome.members.sort(key=lambda m: (m.trial.config_index, m.trial.member))
-    return outcome
+
+
+def _alive_nodes(nodes: list[dict[str, Any]]) -> int:
+    return sum(1 for node in nodes if node.get("Alive"))
+
+
+def _finish_tracking(
+    tracking: dict[str, Any] | None,
+    outcome: StudyOutcome,
+    console: Console,
+    status: str | None = None,
+) -> None:
+    """Close the study run. The members' own runs are complete by now, so a tracking failure
+    here is reported, not raised: it must not hide the study's result (or its real error)."""
+    if tracking is None:
+        return
+    from orchestrator.tracking.study import finish_study
+
+    try:
+        finish_study(tracking, outcome, status)
+    except Exception as exc:  # noqa: BLE001 - reported, see docstring
+        console.print(
+            f"[yellow]warning:[/] could not close the study's MLflow run: {exc}", highlight=False
+        )
 
 
 def _label(trial: Trial) -> str:
