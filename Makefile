@@ -12,8 +12,13 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test bootstrap data lint clean-venv
 
+DEMO_OUTPUT ?= runs/fashion-mnist-demo
+
+# Trains the demo study's members on a local Ray (finished members are kept on a re-run),
+# then builds every ensemble and prints the report (a re-run adds report-2, never overwrites).
 demo: bootstrap data
-	$(VENV)/bin/ensemble train-member $(DEMO_STUDY)
+	$(VENV)/bin/ensemble run $(DEMO_STUDY) --output $(DEMO_OUTPUT)
+	$(VENV)/bin/ensemble aggregate $(DEMO_OUTPUT) --bn-batches 20
 
 test: bootstrap data
 	$(PY) -m pytest $(PYTEST_ARGS)
