@@ -139,3 +139,25 @@ def test_every_shipped_study_is_valid():
     assert any("demo" in p.name for p in studies)
     for path in studies:
         config.load(path)
+
+
+def test_profiles_switch_a_study_between_sizes(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "name": "sized",
+            "train": {"epochs": 4},
+            "profiles": {"full": {"train.epochs": 200, "model.depth": 110}},
+        },
+    )
+    assert config.load(path).train.epochs == 4
+    full = config.load(path, ["train.lr=0.2"], profile="full")
+    assert (full.train.epochs, full.model.depth, full.train.lr) == (200, 110, 0.2)
+    with pytest.raises(SpecError, match="profiles: full"):
+        config.load(path, profile="huge")
+
+
+def test_a_broken_profile_fails_even_when_not_selected(tmp_path):
+    path = write(tmp_path, {"name": "sized", "profiles": {"full": {"model.depth": 111}}})
+    with pytest.raises(SpecError, match="profile full"):
+        config.load(path)
