@@ -34,7 +34,10 @@ IMAGEFOLDER_SIZE = 32
 SYNTHETIC_SIZE = 16
 
 
-def load_data(spec: DataSpec) -> DataBundle:
+def load_data(spec: DataSpec, member_seed: int | None = None) -> DataBundle:
+    """The data a member sees. `member_seed` matters only with data.subset_per_member: then
+    the member's `subset` training images are its own seeded draw from the training pool
+    (bagging-style diversity); validation and test never depend on it."""
     raw, info, extra = _read(spec)
 
     # 2. class selection (positions below index the official sets).
@@ -70,7 +73,13 @@ def load_data(spec: DataSpec) -> DataBundle:
 
     # 5. subsets.
     if spec.subset is not None:
-        tr = tr[: spec.subset]
+        if spec.subset_per_member and member_seed is not None:
+            draw = torch.Generator().manual_seed(
+                splits.derived_seed(spec.split_seed, f"member-{member_seed}")
+            )
+            tr = tr[torch.randperm(len(tr), generator=draw)[: spec.subset]]
+        else:
+            tr = tr[: spec.subset]
     if spec.eval_subset is not None:
         va = va[: spec.eval_subset]
     te = splits.test_subset(len(test_pos), spec.eval_subset, spec.split_seed)

@@ -92,7 +92,7 @@ def train_member(
     else:
         torch.backends.cudnn.benchmark = True
 
-    data = data or load_data(spec.data)
+    data = data or load_data(spec.data, member_seed=seed)
     info = data.info
     torch.manual_seed(seed)
     model = create_model(

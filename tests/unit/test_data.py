@@ -373,3 +373,25 @@ def test_import_is_cheap():
     code = "import sys, orchestrator.data; print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_subset_per_member_draws_each_members_own_training_images():
+    from orchestrator.config import DataSpec
+    from orchestrator.data import load_data
+
+    spec = DataSpec(name="synthetic", synthetic_size=512, subset=100, subset_per_member=True)
+    a, b, a_again = (
+        load_data(spec, member_seed=0),
+        load_data(spec, member_seed=1),
+        load_data(spec, member_seed=0),
+    )
+    assert len(a.train) == len(b.train) == 100
+    assert not torch.equal(a.train.images, b.train.images)
+    assert torch.equal(a.train.images, a_again.train.images)
+    # Validation and test are shared: the aggregator compares members on the same images.
+    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.test.images, b.test.images)
+    assert a.fingerprint == b.fingerprint
+    shared = DataSpec(name="synthetic", synthetic_size=512, subset=100)
+    assert torch.equal(
+        load_data(shared, member_seed=0).train.images, load_data(shared, member_seed=1).train.images
+    )
