@@ -76,18 +76,8 @@ def test_interrupted_study_resumes_without_retraining_finished_members(tmp_path)
         resources={"max_concurrent_members": 1},
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*ENSEMBLE, "run", str(study), "--output", str(out)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(members_dir(out).glob("*/COMPLETE.json")) if members_dir(out).exists() else []:
-            break
-        time.sleep(0.2)
+    proc = start_study(study, out)
+    wait_for(proc, out, "*/COMPLETE.json", poll=0.2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     first_output = proc.communicate(timeout=120)[0]
     finished = list(members_dir(out).glob("*/COMPLETE.json"))
@@ -102,6 +92,27 @@ def test_interrupted_study_resumes_without_retraining_finished_members(tmp_path)
     assert "done earlier" in again.stdout
     assert len(list(members_dir(out).glob("*/COMPLETE.json"))) == 2
     assert len(list(members_dir(out).iterdir())) == 2  # nothing duplicated
+
+
+def start_study(study, out) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*ENSEMBLE, "run", str(study), "--output", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(proc, out, pattern: str, poll: float, timeout: float = 300) -> list:
+    """Files matching `pattern` under the study's members dir, once any exist (or [])."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(members_dir(out).glob(pattern)) if members_dir(out).exists() else []
+        if found:
+            return found
+        time.sleep(poll)
+    return []
 
 
 def _train_workers() -> list[psutil.Process]:
@@ -123,25 +134,9 @@ def test_killed_worker_resumes_member_from_its_last_snapshot(tmp_path):
         data={"synthetic_size": 4096},
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*ENSEMBLE, "run", str(study), "--output", str(out)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    first = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = (
-            list(members_dir(out).glob("*/snapshot_000/checkpoint.pt"))
-            if members_dir(out).exists()
-            else []
-        )
-        if found:
-            first = found[0].parent
-            break
-        time.sleep(0.05)
+    proc = start_study(study, out)
+    found = wait_for(proc, out, "*/snapshot_000/checkpoint.pt", poll=0.05)
+    first = found[0].parent if found else None
     assert first is not None, proc.communicate()[0]
     workers = _train_workers()
     assert workers, "no Ray Train worker process found"
