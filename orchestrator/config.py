@@ -193,6 +193,9 @@ def load(
                 f"--profile {profile!r} is not in {source}; profiles: {', '.join(profiles) or 'none'}"
             )
         tree = apply_overrides(tree, list(profiles[profile].items()))
+    # The resolved spec is what runs: profiles were checked and (one) applied above. Keeping
+    # them would re-check e.g. `members.count: 8` against a --smoke spec's two seeds.
+    tree["profiles"] = {}
     return from_dict(apply_overrides(tree, overrides), source)
 
 

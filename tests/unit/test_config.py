@@ -161,3 +161,15 @@ def test_a_broken_profile_fails_even_when_not_selected(tmp_path):
     path = write(tmp_path, {"name": "sized", "profiles": {"full": {"model.depth": 111}}})
     with pytest.raises(SpecError, match="profile full"):
         config.load(path)
+
+
+def test_resolved_spec_drops_profiles_so_a_smoke_dump_loads_again(tmp_path):
+    path = write(
+        tmp_path,
+        {"name": "sized", "members": {"count": 4}, "profiles": {"full": {"members.count": 8}}},
+    )
+    small = config.smoke(config.load(path))
+    assert small.profiles == {}
+    dumped = tmp_path / "resolved.yaml"
+    dumped.write_text(config.dump_yaml(small))
+    assert config.load(dumped).seeds() == small.seeds()
