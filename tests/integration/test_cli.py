@@ -90,6 +90,8 @@ def test_train_member_prints_snapshot_and_polyak_report(demo_study, tmp_path):
         "model.width=0.5",
         "--set",
         "polyak.decay=0.9",
+        "--set",
+        "polyak.start_epoch=1",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
