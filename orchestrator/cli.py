@@ -90,6 +90,14 @@ def train_member_cmd(
     from orchestrator.training.member import train_member
     from orchestrator.training.sink import DirectorySink
 
+    if spec.model.transfer is not None and spec.model.transfer.study is not None:
+        from orchestrator.tracking.init_source import InitSourceError, materialize_init
+
+        try:
+            spec = materialize_init(spec, member)
+        except InitSourceError as exc:
+            fail(str(exc))
+        console.print(f"initialised from {spec.model.init.origin}", highlight=False)
     member_dir = output or Path("runs") / spec.name / f"member-{member:03d}"
     member_dir.mkdir(parents=True, exist_ok=True)
     (member_dir / "study.yaml").write_text(config.dump_yaml(spec))

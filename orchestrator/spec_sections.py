@@ -59,15 +59,49 @@ class DataSpec(_Section):
 
 
 class InitSpec(_Section):
-    """Transfer learning: where the initial weights come from and what is trained."""
+    """Transfer learning: where the initial weights come from and what is trained.
 
-    source: str = Field(
-        description="checkpoint file, snapshot dir, or 'torchvision:<Weights>.<NAME>'"
+    Exactly one of `source` (a file, snapshot dir or torchvision weights) and `study` (the
+    members of an earlier study: each member starts from a finished member of that study with
+    the same architecture, member k from the k-th such member, cycling). `enabled: false` trains
+    from scratch, so one study can search `model.init.enabled: [true, false]` for both arms.
+    """
+
+    source: str | None = Field(
+        None, description="checkpoint file, snapshot dir, or 'torchvision:<Weights>.<NAME>'"
+    )
+    study: str | None = Field(
+        None, description="an earlier study to start from: its output dir or tracking URI"
+    )
+    study_name: str | None = Field(
+        None, description="with `study`: the study's name in that store (default: its only one)"
+    )
+    weights: Literal["final", "polyak"] = Field(
+        "final", description="with `study`: the source member's final snapshot or Polyak weights"
+    )
+    origin: str | None = Field(
+        None, description="set by the orchestrator: the study member `study` resolved to"
+    )
+    enabled: bool = Field(True, description="false: train from scratch (the baseline arm)")
+    reset_head: bool = Field(
+        False, description="re-initialise the classifier even when its shape fits the source"
     )
     train: Literal["finetune", "linear_probe", "freeze_stages"] = "finetune"
     freeze_stages: int = Field(
         0, ge=0, description="with train=freeze_stages: stem + first K stages"
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InitSpec:
+        if (self.source is None) == (self.study is None):
+            raise ValueError(
+                "model.init needs exactly one of source (a checkpoint file, snapshot dir or "
+                "torchvision:<Weights>.<NAME>) and study (an earlier study's output dir or "
+                f"tracking URI); got source={self.source!r}, study={self.study!r}"
+            )
+        if self.study_name is not None and self.study is None:
+            raise ValueError("model.init.study_name is only used with model.init.study")
+        return self
 
 
 class ModelSpec(_Section):
@@ -76,6 +110,11 @@ class ModelSpec(_Section):
     block: Literal["auto", "basic", "bottleneck"] = "auto"
     width: float = Field(1.0, gt=0.0, description="channel width multiplier")
     init: InitSpec | None = None
+
+    @property
+    def transfer(self) -> InitSpec | None:
+        """The init to apply: `init` unless it is unset or disabled (the from-scratch arm)."""
+        return self.init if self.init is not None and self.init.enabled else None
 
     @model_validator(mode="after")
     def _depth_fits_block(self) -> ModelSpec:

@@ -17,6 +17,11 @@ from orchestrator.training.sink import FanoutSink
 def train_worker(loop_config: dict[str, Any]) -> None:
     """`loop_config`: spec (resolved dict), member, seed, trial_key, cpus_per_worker."""
     spec = StudySpec.model_validate(loop_config["spec"])
+    if spec.model.transfer is not None and spec.model.transfer.study is not None:
+        from orchestrator.tracking.init_source import materialize_init
+
+        # Fetched here, where the member trains: the launcher's files may be on another node.
+        spec = materialize_init(spec, loop_config["member"])
     if spec.train.threads is None:
         # Ray reserves whole CPUs per worker; use exactly those for torch's intra-op pool.
         torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))

@@ -30,6 +30,8 @@ class SnapshotRef:
     load_logits: Callable[[str], np.ndarray]  # split ("val" | "test") -> float32 (N, classes)
     load_weights: Callable[[], dict[str, Any]]  # the model.pt dict: {"model": state_dict, ...}
     location: str = ""  # where it lives (path or artifact URI), for messages
+    # The local model.pt (fetched first when the store is remote), for code that needs a file.
+    fetch_weights: Callable[[], Path] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def from_member_dir(member_dir: str | Path, key: str | None = None) -> MemberRec
                 p / "model.pt", map_location="cpu", weights_only=True
             ),
             location=str(path),
+            fetch_weights=lambda p=path: p / "model.pt",
         )
 
     snap_root = root / "snapshots"

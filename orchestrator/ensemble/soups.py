@@ -108,17 +108,22 @@ def soup_groups(members: Sequence[MemberRecord]) -> tuple[list[list[int]], list[
     """
     groups: dict[str, list[int]] = {}
     reasons: list[str] = []
-    no_init = [m.key for m in members if not (m.spec.get("model") or {}).get("init")]
+
+    def init_of(member: MemberRecord) -> dict | None:
+        init = (member.spec.get("model") or {}).get("init")
+        return init if init and init.get("enabled", True) else None
+
+    no_init = [m.key for m in members if init_of(m) is None]
     if no_init:
         reasons.append(
             f"member(s) {', '.join(no_init)} were not fine-tuned from a checkpoint "
-            "(model.init unset): weight soups need members fine-tuned from one shared "
+            "(model.init unset or disabled): weight soups need members fine-tuned from one shared "
             "pretrained checkpoint (Wortsman et al. 2022); independently initialised networks "
             "do not average into a good model"
         )
     for i, m in enumerate(members):
         model = m.spec.get("model") or {}
-        if model.get("init"):
+        if init_of(m) is not None:
             groups.setdefault(json.dumps(model, sort_keys=True), []).append(i)
     kept = [g for g in groups.values() if len(g) >= 2]
     for g in groups.values():

@@ -2,7 +2,7 @@
 
 `load_init_state` reads `model.init.source`; `apply_init` copies every tensor whose name and shape
 fit, adapts the first conv to a different input-channel count, and leaves a head of a different
-class count freshly initialised; `freeze_for_transfer` sets requires_grad and returns the
+class count (or any head, with `reset_head`) freshly initialised; `freeze_for_transfer` sets requires_grad and returns the
 parameters to optimise. Pitfall: freezing parameters does not freeze BatchNorm running
 statistics, which `model.train()` would keep updating; call `set_frozen_bn_eval(model)` after
 every `model.train()`.
@@ -135,6 +135,11 @@ def apply_init(model: nn.Module, init: InitSpec) -> dict[str, Any]:
     Raises ValueError when nothing but the head fits (the source is another architecture).
     """
     model = unwrap_model(model)
+    if init.source is None:
+        raise ValueError(
+            f"model.init.study={init.study!r} has not been resolved to a checkpoint: studies "
+            "are resolved by `ensemble run` / `ensemble train-member` before training"
+        )
     source = load_init_state(init.source)
     target = model.state_dict()
     head_prefix = model_parts(model).head_name + "."
@@ -144,7 +149,7 @@ def apply_init(model: nn.Module, init: InitSpec) -> dict[str, Any]:
     adapted, skipped = [], []
     for key, value in source.items():
         want = target.get(key)
-        if want is None:
+        if want is None or (init.reset_head and key.startswith(head_prefix)):
             skipped.append(key)
         elif value.shape == want.shape:
             new[key] = value

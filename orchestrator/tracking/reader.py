@@ -204,6 +204,7 @@ def _snapshot_ref(files: _Artifacts, kind: str, index: int, folder: str) -> Snap
             files.path(f"{folder}/{layout.SNAPSHOT_WEIGHTS}"), map_location="cpu", weights_only=True
         ),
         location=f"runs:/{files.run_id}/{folder}",
+        fetch_weights=lambda: files.path(f"{folder}/{layout.SNAPSHOT_WEIGHTS}"),
     )
 
 

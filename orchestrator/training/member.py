@@ -102,9 +102,10 @@ def train_member(
         num_classes=info.num_classes,
     )
     trainable = list(model.parameters())
-    if spec.model.init is not None:
-        apply_init(model, spec.model.init)
-        trainable = freeze_for_transfer(model, spec.model.init)
+    init = spec.model.transfer
+    if init is not None:
+        apply_init(model, init)
+        trainable = freeze_for_transfer(model, init)
     # channels_last: ~4x faster convolutions on CPU (REFERENCES.md), and the layout tensor
     # cores prefer for bf16 on CUDA.
     model = model.to(device=device, memory_format=torch.channels_last)
@@ -194,7 +195,7 @@ def train_member(
 
     def train_mode(module: nn.Module) -> None:
         module.train()
-        if spec.model.init is not None:
+        if init is not None:
             # Frozen layers keep their BatchNorm statistics too, not only their weights.
             set_frozen_bn_eval(model)
 

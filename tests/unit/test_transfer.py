@@ -94,6 +94,44 @@ def test_init_same_class_count_loads_head_too(checkpoint, source_model):
     assert torch.equal(model.fc.weight, source_model.fc.weight)
 
 
+def test_reset_head_keeps_a_fresh_head_even_when_its_shape_fits(checkpoint, source_model):
+    # Source and target both have 10 classes, but other ones: the head must not be reused.
+    torch.manual_seed(5)
+    fresh = build(classes=10)
+    torch.manual_seed(5)
+    model = build(classes=10)
+    summary = apply_init(model, InitSpec(source=checkpoint, reset_head=True))
+    assert_body_equal(model, source_model)
+    assert torch.equal(model.fc.weight, fresh.fc.weight)
+    assert not torch.equal(model.fc.weight, source_model.fc.weight)
+    assert set(summary["skipped"]) == {"fc.weight", "fc.bias"}
+
+
+def test_disabled_init_is_the_from_scratch_arm(checkpoint):
+    spec = ModelSpec(name="tiny", init=InitSpec(source=checkpoint, enabled=False))
+    assert spec.transfer is None
+    assert ModelSpec(name="tiny", init=InitSpec(source=checkpoint)).transfer.source == checkpoint
+
+
+def test_unresolved_study_init_is_refused_by_apply_init():
+    with pytest.raises(ValueError, match="model.init.study='runs/src' has not been resolved"):
+        apply_init(build(classes=5), InitSpec(study="runs/src"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "exactly one of source"),
+        ({"source": "a.pt", "study": "runs/src"}, "exactly one of source"),
+        ({"source": "a.pt", "study_name": "src"}, "study_name is only used with"),
+        ({"study": "runs/src", "weights": "best"}, "weights"),
+    ],
+)
+def test_init_spec_needs_exactly_one_source(fields, message):
+    with pytest.raises(ValueError, match=message):
+        InitSpec(**fields)
+
+
 def test_init_resnet20_into_5_classes(tmp_path):
     torch.manual_seed(0)
     source = build("resnet", depth=20)
