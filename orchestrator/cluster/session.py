@@ -58,5 +58,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
         return f"Ray cluster at {address}"
     # Local single-machine mode, sized to the machine. Worker logs stay in Ray's log files:
     # the terminal shows the compact progress view instead.
-    ray.init(num_cpus=num_cpus or os.cpu_count(), log_to_driver=False, include_dashboard=False)
+    # address="local": a new local Ray even when `ray start` left one running on this machine
+    # (a bare ray.init() would join that one and refuse num_cpus).
+    ray.init(
+        address="local",
+        num_cpus=num_cpus or os.cpu_count(),
+        log_to_driver=False,
+        include_dashboard=False,
+    )
     return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"

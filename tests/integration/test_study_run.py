@@ -1,7 +1,6 @@
 """Whole studies on a real local Ray: smoke run, resume, worker failure, bad input."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -115,13 +114,37 @@ def wait_for(proc, out, pattern: str, poll: float, timeout: float = 300) -> list
     return []
 
 
-def _train_workers() -> list[psutil.Process]:
+def _train_workers(study: subprocess.Popen) -> list[psutil.Process]:
+    """The Ray Train workers of this study only: its local Ray runs under its own process, so
+    workers of any other Ray on the machine are left alone."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if "RayTrainWorker" in cmdline and proc.pid != os.getpid():
-            found.append(proc)
+    for child in psutil.Process(study.pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
     return found
+
+
+def reported_epochs(out) -> list[int]:
+    """Tune's record of the epochs the study's members reported, in order."""
+    results = list((out / "ray" / "run-001").glob("tune-*/*/result.json"))
+    return [
+        json.loads(line)["epoch"]
+        for f in results
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def wait_for_epoch(proc, out, epoch: int, timeout: float = 300) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if epoch in reported_epochs(out):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_killed_worker_resumes_member_from_its_last_snapshot(tmp_path):
@@ -135,25 +158,20 @@ def test_killed_worker_resumes_member_from_its_last_snapshot(tmp_path):
     )
     out = tmp_path / "out"
     proc = start_study(study, out)
-    found = wait_for(proc, out, "*/snapshot_000/checkpoint.pt", poll=0.05)
-    first = found[0].parent if found else None
-    assert first is not None, proc.communicate()[0]
-    workers = _train_workers()
+    # Epoch 2 ends with snapshot 0; once Tune has its result, Ray Train has registered that
+    # checkpoint (a file merely present in storage may not be registered yet).
+    assert wait_for_epoch(proc, out, 2), proc.communicate()[0]
+    first = snapshot_dirs(next(p for p in members_dir(out).iterdir() if p.is_dir()))[0]
+    workers = _train_workers(proc)
     assert workers, "no Ray Train worker process found"
-    stamp = first.stat().st_mtime_ns
+    stamp = (first / "checkpoint.pt").stat().st_mtime_ns
     for worker in workers:
         worker.kill()
     output = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, output
     member = first.parent
     assert [p.name for p in snapshot_dirs(member)] == [f"snapshot_{k:03d}" for k in range(4)]
-    assert first.stat().st_mtime_ns == stamp  # not retrained
-    # Tune's record of the reported epochs: resumed after the last snapshot, not from epoch 1.
-    results = list((out / "ray" / "run-001").glob("tune-*/*/result.json"))
-    epochs = [
-        json.loads(line)["epoch"]
-        for f in results
-        for line in f.read_text().splitlines()
-        if line.strip()
-    ]
+    assert (first / "checkpoint.pt").stat().st_mtime_ns == stamp  # not retrained
+    # Resumed after the last snapshot, not from epoch 1.
+    epochs = reported_epochs(out)
     assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, 9))
