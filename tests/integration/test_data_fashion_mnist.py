@@ -63,3 +63,26 @@ def test_subsets_and_loader(cache):
     loader = BatchLoader(bundle.train, bundle.info, 128, shuffle=True, augment=True, seed=0)
     x, y = next(iter(loader))
     assert x.shape == (128, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+def test_mobilenet_snapshots_learn_within_a_short_small_data_run(tmp_path):
+    # torchvision's MobileNetV3 BatchNorm momentum (0.01) leaves the running statistics near
+    # their initial values after a hundred steps: eval-mode snapshots stayed at chance (19%)
+    # at 84% training accuracy. With the zoo's momentum 0.1 this run's snapshot reaches ~86%.
+    from orchestrator.config import from_dict
+    from orchestrator.training.member import train_member
+    from orchestrator.training.sink import DirectorySink
+
+    spec = from_dict(
+        {
+            "name": "mobilenet-short",
+            "data": {"classes": [5, 6, 7, 8, 9], "subset": 1000, "eval_subset": 500},
+            "model": {"name": "mobilenet_v3_small"},
+            "train": {"epochs": 4, "lr": 0.05, "batch_size": 32},  # ~120 steps
+            "schedule": {"kind": "cosine"},
+            "polyak": {"kind": "none"},
+        }
+    )
+    result = train_member(spec, DirectorySink(tmp_path / "member"))
+    final = result.snapshots[-1]
+    assert final["val_acc"] > 0.5, final  # chance: 0.2
