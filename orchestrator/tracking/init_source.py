@@ -16,9 +16,7 @@ dir and for a team server with S3 artifacts alike.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator.config import InitSpec, ModelSpec, StudySpec, with_values
@@ -33,8 +31,6 @@ from orchestrator.tracking.reader import (
 )
 
 ARCHITECTURE_FIELDS = ("name", "depth", "block", "width")
-# Downloads of remote checkpoints, keyed by source run id: members sharing a source share a file.
-CACHE_DIR = Path(tempfile.gettempdir()) / "ensemble-init-sources"
 
 
 class InitSourceError(ValueError):
@@ -86,7 +82,9 @@ def load_source_study(init: InitSpec) -> SourceStudy:
                 )
             name = names[0]
         run = find_study(uri, name)
-        members = load_members(uri, run.run_id, cache_dir=CACHE_DIR)
+        # Remote checkpoints land in the reader's cache by run id: members sharing a source
+        # share one download.
+        members = load_members(uri, run.run_id)
     except TrackingError as exc:
         raise InitSourceError(f"model.init.study={init.study!r}: {exc}") from None
     if not members:

@@ -36,6 +36,8 @@ from orchestrator.tracking.uri import (
     sqlite_uri,
 )
 
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "ensemble-artifacts"
+
 
 @dataclass(frozen=True)
 class StudyRun:
@@ -251,7 +253,9 @@ def load_members(
     """
     client = MlflowClient(uri)
     experiment_id = client.get_run(study_run_id).info.experiment_id
-    cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="ensemble-artifacts-"))
+    # A finished run's artifacts never change, so downloads are shared by run id; nothing is
+    # created for a local store, whose files are read in place.
+    cache = Path(cache_dir) if cache_dir else DEFAULT_CACHE
     runs = [
         r
         for r in member_runs(client, experiment_id, study_run_id)
