@@ -34,6 +34,10 @@ UPLOAD_EXCLUDES = [
     "mlruns",
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+# A head that has just started answers HTTP before its job agent has registered, and refuses
+# jobs with "No available agent to submit job, please try again later" meanwhile.
+AGENT_WAIT_S = 90.0
+AGENT_NOT_READY = "No available agent"
 
 
 class SubmitError(RuntimeError):
@@ -88,16 +92,22 @@ def submit_study(
     attempt = 1
     while submission_id(spec, attempt) in existing:
         attempt += 1
-    job_id = client.submit_job(
-        entrypoint=job_entrypoint(output),
-        submission_id=submission_id(spec, attempt),
-        runtime_env={
-            "working_dir": str(PROJECT_ROOT),
-            "excludes": UPLOAD_EXCLUDES,
-            "env_vars": {STUDY_ENV: config.dump_yaml(spec)},
-        },
-        metadata={"study": spec.name},
-    )
+    try:
+        job_id = retry_while_agent_starts(
+            lambda: client.submit_job(
+                entrypoint=job_entrypoint(output),
+                submission_id=submission_id(spec, attempt),
+                runtime_env={
+                    "working_dir": str(PROJECT_ROOT),
+                    "excludes": UPLOAD_EXCLUDES,
+                    "env_vars": {STUDY_ENV: config.dump_yaml(spec)},
+                },
+                metadata={"study": spec.name},
+            ),
+            echo=echo,
+        )
+    except Exception as exc:  # the dashboard answered but refused the job: say so, no traceback
+        raise SubmitError(f"Ray dashboard at {address} refused the job: {exc}") from None
     echo(f"submitted {job_id} to {address}")
     if not wait:
         return job_id, None
@@ -107,6 +117,29 @@ def submit_study(
         time.sleep(1)
         status = client.get_job_status(job_id)
     return job_id, str(status.value)
+
+
+def retry_while_agent_starts(
+    submit: Callable[[], str],
+    *,
+    wait_s: float = AGENT_WAIT_S,
+    poll_s: float = 2.0,
+    echo: Callable[[str], None] = print,
+) -> str:
+    """`submit()`, retried while the cluster says its job agent is not up yet (a fresh head);
+    any other error, or the same one after `wait_s`, is raised."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            return submit()
+        except RuntimeError as exc:
+            if AGENT_NOT_READY not in str(exc) or time.monotonic() >= deadline:
+                raise
+            if not told:
+                echo("the cluster's job agent is still starting; retrying")
+                told = True
+            time.sleep(poll_s)
 
 
 def _follow_logs(client, job_id: str, echo: Callable[[str], None]) -> None:

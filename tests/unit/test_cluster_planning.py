@@ -128,3 +128,34 @@ def test_an_address_that_does_not_answer_fails_fast():
         _probe(f"127.0.0.1:{port}")
     with pytest.raises(ClusterUnreachableError, match="ensemble submit"):
         _probe("http://127.0.0.1:8265")
+
+
+def test_submit_retries_while_a_fresh_heads_job_agent_starts():
+    from orchestrator.cluster.submit import retry_while_agent_starts
+
+    answers = iter(["agent", "agent", "raysubmit_1"])
+    said = []
+
+    def submit():
+        answer = next(answers)
+        if answer == "agent":
+            raise RuntimeError("Request failed with status code 500: No available agent to submit")
+        return answer
+
+    assert retry_while_agent_starts(submit, poll_s=0.0, echo=said.append) == "raysubmit_1"
+    assert len(said) == 1 and "retrying" in said[0]
+
+
+@pytest.mark.parametrize("message", ["status code 401: Unauthorized", "No available agent"])
+def test_submit_gives_up_on_other_errors_and_after_the_wait(message):
+    from orchestrator.cluster.submit import retry_while_agent_starts
+
+    calls = []
+
+    def submit():
+        calls.append(1)
+        raise RuntimeError(message)
+
+    with pytest.raises(RuntimeError, match=message):
+        retry_while_agent_starts(submit, wait_s=0.0, poll_s=0.0, echo=lambda _: None)
+    assert len(calls) == 1
