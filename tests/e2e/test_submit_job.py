@@ -58,6 +58,9 @@ def ray_head(tmp_path):
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dashboard}",
+                # Not Ray's fixed default 52365: any other Ray on the machine (a developer's
+                # local study) holds it, and the head would then never accept a job.
+                f"--dashboard-agent-listen-port={free_port()}",
                 "--disable-usage-stats",
             ],
             stdout=out,
