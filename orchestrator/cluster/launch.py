@@ -128,7 +128,7 @@ def run_study(
     from orchestrator.cluster.driver import read_complete
     from orchestrator.cluster.resources import ClusterShape, ResourceError, plan_members
     from orchestrator.cluster.session import ClusterUnreachableError, connect
-    from orchestrator.tracking.init_source import InitSourceError, resolve_init_studies
+    from orchestrator.tracking.init_source import resolve_init_studies
 
     try:
         # 1. Input: every trial is a valid spec before anything starts, and finds its
@@ -138,7 +138,8 @@ def run_study(
         # 2. Cluster: reachable, and big enough for one member.
         where = connect(address)
         plan = plan_members(spec.resources, ClusterShape.from_nodes(ray.nodes()), len(trials))
-    except (ValueError, InitSourceError, ClusterUnreachableError, ResourceError) as exc:
+    # ValueError covers SpecError and the transfer-source InitSourceError.
+    except (ValueError, ClusterUnreachableError, ResourceError) as exc:
         raise StudyInputError(str(exc)) from None
 
     paths = resolve_paths(spec, output or default_output(spec), fresh)

@@ -117,9 +117,9 @@ def soup_groups(members: Sequence[MemberRecord]) -> tuple[list[list[int]], list[
     if no_init:
         reasons.append(
             f"member(s) {', '.join(no_init)} were not fine-tuned from a checkpoint "
-            "(model.init unset or disabled): weight soups need members fine-tuned from one shared "
-            "pretrained checkpoint (Wortsman et al. 2022); independently initialised networks "
-            "do not average into a good model"
+            "(model.init unset or disabled): weight soups need members fine-tuned from one "
+            "shared pretrained checkpoint (Wortsman et al. 2022); independently initialised "
+            "networks do not average into a good model"
         )
     for i, m in enumerate(members):
         model = m.spec.get("model") or {}

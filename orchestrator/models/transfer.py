@@ -2,8 +2,8 @@
 
 `load_init_state` reads `model.init.source`; `apply_init` copies every tensor whose name and shape
 fit, adapts the first conv to a different input-channel count, and leaves a head of a different
-class count (or any head, with `reset_head`) freshly initialised; `freeze_for_transfer` sets requires_grad and returns the
-parameters to optimise. Pitfall: freezing parameters does not freeze BatchNorm running
+class count (or any head, with `reset_head`) freshly initialised; `freeze_for_transfer` sets
+requires_grad and returns the parameters to optimise. Pitfall: freezing parameters does not freeze BatchNorm running
 statistics, which `model.train()` would keep updating; call `set_frozen_bn_eval(model)` after
 every `model.train()`.
 """

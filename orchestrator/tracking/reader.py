@@ -196,17 +196,19 @@ class _Artifacts:
 
 def _snapshot_ref(files: _Artifacts, kind: str, index: int, folder: str) -> SnapshotRef:
     metrics = files.json(f"{folder}/{layout.SNAPSHOT_METRICS}")
+
+    def weights_file() -> Path:
+        return files.path(f"{folder}/{layout.SNAPSHOT_WEIGHTS}")
+
     return SnapshotRef(
         kind=kind,
         index=index,
         epoch=int(metrics.get("epoch", 0)),
         metrics=metrics,
         load_logits=lambda split: np.load(files.path(f"{folder}/{layout.logits_file(split)}")),
-        load_weights=lambda: torch.load(
-            files.path(f"{folder}/{layout.SNAPSHOT_WEIGHTS}"), map_location="cpu", weights_only=True
-        ),
+        load_weights=lambda: torch.load(weights_file(), map_location="cpu", weights_only=True),
         location=f"runs:/{files.run_id}/{folder}",
-        fetch_weights=lambda: files.path(f"{folder}/{layout.SNAPSHOT_WEIGHTS}"),
+        fetch_weights=weights_file,
     )
 
 

@@ -76,7 +76,7 @@ def test_interrupted_study_resumes_without_retraining_finished_members(tmp_path)
     )
     out = tmp_path / "out"
     proc = start_study(study, out)
-    wait_for(proc, out, "*/COMPLETE.json", poll=0.2)
+    wait_until(proc, lambda: list(members_dir(out).glob("*/COMPLETE.json")), poll=0.2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     first_output = proc.communicate(timeout=120)[0]
     finished = list(members_dir(out).glob("*/COMPLETE.json"))
@@ -103,15 +103,15 @@ def start_study(study, out) -> subprocess.Popen:
     )
 
 
-def wait_for(proc, out, pattern: str, poll: float, timeout: float = 300) -> list:
-    """Files matching `pattern` under the study's members dir, once any exist (or [])."""
+def wait_until(proc, found, poll: float, timeout: float = 300):
+    """`found()`'s first truthy result while the study runs (None if it ends or times out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        found = list(members_dir(out).glob(pattern)) if members_dir(out).exists() else []
-        if found:
-            return found
+        result = found()
+        if result:
+            return result
         time.sleep(poll)
-    return []
+    return None
 
 
 def _train_workers(study: subprocess.Popen) -> list[psutil.Process]:
@@ -138,15 +138,6 @@ def reported_epochs(out) -> list[int]:
     ]
 
 
-def wait_for_epoch(proc, out, epoch: int, timeout: float = 300) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if epoch in reported_epochs(out):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_killed_worker_resumes_member_from_its_last_snapshot(tmp_path):
     study = write_study(
         tmp_path / "fault.yaml",
@@ -160,7 +151,7 @@ def test_killed_worker_resumes_member_from_its_last_snapshot(tmp_path):
     proc = start_study(study, out)
     # Epoch 2 ends with snapshot 0; once Tune has its result, Ray Train has registered that
     # checkpoint (a file merely present in storage may not be registered yet).
-    assert wait_for_epoch(proc, out, 2), proc.communicate()[0]
+    assert wait_until(proc, lambda: 2 in reported_epochs(out), poll=0.05), proc.communicate()[0]
     first = snapshot_dirs(next(p for p in members_dir(out).iterdir() if p.is_dir()))[0]
     workers = _train_workers(proc)
     assert workers, "no Ray Train worker process found"
